@@ -198,6 +198,8 @@ def test_bootstrap_wiring_follows_the_contract(path, boot):
         assert plugin["name"] == "llm_api_guard" and plugin["root_id"] == "llm_api_guard"
         assert plugin.get("fail_open", False) is False
         assert plugin.get("failure_policy", "FAIL_CLOSED") == "FAIL_CLOSED"
+        # Without it Envoy turns the filter's StopIteration into StopAll: bodies hang.
+        assert plugin.get("allow_on_headers_stop_iteration") is True
         vm = plugin["vm_config"]
         assert vm["vm_id"] == "llm_api_guard"
         assert vm["runtime"] == "envoy.wasm.runtime.v8"

@@ -96,6 +96,8 @@ pub struct Request {
     paused: bool,
     /// A local reply was sent; nothing else happens to this request.
     replied: bool,
+    /// Counted in `requests_allowed`.
+    counted: bool,
 }
 
 impl Request {
@@ -119,6 +121,7 @@ impl Request {
             body: Body::Done,
             paused: false,
             replied: false,
+            counted: false,
         }
     }
 
@@ -307,9 +310,6 @@ impl Request {
                 if self.apply_identity(&success).is_err() {
                     return Some(self.internal_error());
                 }
-                if let Some(sh) = self.shared.as_ref().and_then(|s| s.try_borrow().ok()) {
-                    sh.metrics.allowed();
-                }
                 log_json(
                     LogLevel::Info,
                     json!({
@@ -358,7 +358,19 @@ impl Request {
             self.paused = true;
             return Action::Pause;
         }
+        self.count_allowed();
         Action::Continue
+    }
+
+    /// Counts the request once, when it is released upstream.
+    fn count_allowed(&mut self) {
+        if self.counted {
+            return;
+        }
+        self.counted = true;
+        if let Some(sh) = self.shared.as_ref().and_then(|s| s.try_borrow().ok()) {
+            sh.metrics.allowed();
+        }
     }
 
     fn on_request_body(&mut self, received: u64, end_of_stream: bool) -> Action {
@@ -402,8 +414,11 @@ impl Request {
         if self.evaluate(weak).is_some() || self.auth_pending {
             return;
         }
-        if self.body == Body::Done && self.paused && host::resume_request().is_err() {
-            self.internal_error();
+        if self.body == Body::Done && self.paused {
+            self.count_allowed();
+            if host::resume_request().is_err() {
+                self.internal_error();
+            }
         }
     }
 

@@ -97,23 +97,18 @@ impl OneOrMany {
 macro_rules! raw {
     ($(#[$m:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
         #[derive(Debug, Clone, Default, Deserialize)]
-        #[serde(deny_unknown_fields)]
+        #[serde(deny_unknown_fields, expecting = "a JSON object")]
         $(#[$m])*
         pub struct $name { $(pub $field: Option<$ty>),* }
     };
 }
 
-raw!(
-    #[serde(
-        expecting = "a JSON object with the sections api_key_management, authentication, gateway_hardening, api_rate_limiting"
-    )]
-    RawConfig {
-        api_key_management: RawKeyManagement,
-        authentication: RawAuthentication,
-        gateway_hardening: RawHardening,
-        api_rate_limiting: RawRateLimiting,
-    }
-);
+raw!(RawConfig {
+    api_key_management: RawKeyManagement,
+    authentication: RawAuthentication,
+    gateway_hardening: RawHardening,
+    api_rate_limiting: RawRateLimiting,
+});
 
 raw!(RawKeyManagement {
     enabled: bool,
@@ -427,11 +422,16 @@ pub const DEFAULT_HEALTH_PATHS: [&str; 3] = ["/healthz", "/health", "/ready"];
 
 /// Parses and validates a JSON config. An empty document means `{}`.
 pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Policy, ConfigError> {
-    let trimmed = json.iter().all(u8::is_ascii_whitespace);
-    let raw: RawConfig = if trimmed {
-        RawConfig::default()
-    } else {
-        from_json(json)?
+    let first = json.iter().find(|b| !b.is_ascii_whitespace());
+    let raw: RawConfig = match first {
+        None => RawConfig::default(),
+        Some(b'{') => from_json(json)?,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "",
+                "the configuration must be a JSON object with the sections api_key_management, authentication, gateway_hardening, api_rate_limiting",
+            ))
+        }
     };
     compile(raw, env)
 }

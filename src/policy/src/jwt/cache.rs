@@ -1,6 +1,6 @@
 //! Bounded cache of verified tokens, so a token seen again skips signature work.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
@@ -30,7 +30,8 @@ type Key = [u8; 32];
 pub struct TokenCache {
     capacity: usize,
     max_ttl_seconds: i64,
-    entries: HashMap<Key, Entry>,
+    /// Ordered, so no random hash seed is needed from the Wasm host.
+    entries: BTreeMap<Key, Entry>,
     /// `(valid_until, insertion sequence, key)` of every entry; the first
     /// element is the next to expire and the first to evict.
     by_expiry: BTreeSet<(i64, u64, Key)>,
@@ -51,7 +52,7 @@ impl TokenCache {
         TokenCache {
             capacity,
             max_ttl_seconds: i64::try_from(max_ttl_seconds).unwrap_or(i64::MAX),
-            entries: HashMap::new(),
+            entries: BTreeMap::new(),
             by_expiry: BTreeSet::new(),
             next_seq: 0,
         }

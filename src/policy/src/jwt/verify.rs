@@ -40,8 +40,9 @@ const LIB_MAX_NOW: u64 = (1 << 32) - 1 - LIB_MAX_SKEW;
 /// never read. Steps, each failing with the first error met:
 /// 1. length ≤ `max_token_bytes`, three non-empty base64url parts, header
 ///    and payload JSON objects without duplicate keys, `alg` on the allowlist
-///    (`none` never is), no `crit`, `typ` absent or JWT, registered claims of
-///    the right JSON type;
+///    (`none` never is), no `crit`, `typ` absent or JWT, signature of the
+///    algorithm's size (ES*, EdDSA, HS256), registered claims of the right
+///    JSON type;
 /// 2. key selection: HS256 uses only `hs256_secret`; otherwise a `kid` picks
 ///    the JWKS key with that `kid` (`UnknownKeyId` if absent, `NoMatchingKey`
 ///    if it does not fit the algorithm), and a token without `kid` is tried
@@ -49,6 +50,10 @@ const LIB_MAX_NOW: u64 = (1 << 32) - 1 - LIB_MAX_SKEW;
 /// 3. signature;
 /// 4. claims: `iat ≤ now + skew`, `nbf ≤ now + skew`, `exp` present if
 ///    required and `now < exp + skew`, `iss`, `aud`, required claims, subject.
+///
+/// Keys named by the token itself (`jwk`, `jku`, `x5u`, `x5c` headers) are
+/// never used. A token without `kid` can cost up to [`MAX_KEYS_TRIED`]
+/// signature checks.
 pub fn verify(
     settings: &JwtSettings,
     jwks: Option<&Jwks>,
@@ -281,9 +286,10 @@ fn check_signature(
                 .map(drop);
             match result {
                 Ok(()) => Ok(None),
-                Err(e) => {
-                    Err(classify(&e, token, parsed, now).unwrap_or(JwtError::InvalidSignature))
-                }
+                Err(e) => Err(
+                    classify(&e, token.len(), settings.max_token_bytes, parsed, now)
+                        .unwrap_or(JwtError::InvalidSignature),
+                ),
             }
         }
         Candidates::Keys(keys) => {
@@ -291,7 +297,9 @@ fn check_signature(
                 match verify_with(&key.material, parsed.alg, token, options.clone()) {
                     Ok(()) => return Ok(key.kid.clone()),
                     Err(e) => {
-                        if let Some(err) = classify(&e, token, parsed, now) {
+                        if let Some(err) =
+                            classify(&e, token.len(), settings.max_token_bytes, parsed, now)
+                        {
                             return Err(err);
                         }
                     }
@@ -373,7 +381,13 @@ fn verify_with(
 
 /// Maps a jwt-simple failure. `None` means "this key did not verify the
 /// signature" (try the next candidate); anything else ends verification.
-fn classify(err: &jwt_simple::Error, token: &str, parsed: &Parsed, now: i64) -> Option<JwtError> {
+fn classify(
+    err: &jwt_simple::Error,
+    len: usize,
+    max: usize,
+    parsed: &Parsed,
+    now: i64,
+) -> Option<JwtError> {
     let Some(err) = err.downcast_ref::<JWTError>() else {
         // Step 1 already refused what jwt-simple reports with foreign error
         // types (base64, header JSON, Ed25519 signature size, claim types),
@@ -400,10 +414,7 @@ fn classify(err: &jwt_simple::Error, token: &str, parsed: &Parsed, now: i64) -> 
             issued_at: parsed.times.iat.unwrap_or_default(),
             now,
         },
-        JWTError::TokenTooLong => JwtError::TokenTooLarge {
-            len: token.len(),
-            max: token.len(),
-        },
+        JWTError::TokenTooLong => JwtError::TokenTooLarge { len, max },
         JWTError::HeaderTooLarge => malformed("header too large"),
         JWTError::NotJWT => malformed("typ is not JWT"),
         JWTError::UnknownCriticalExtension => malformed("crit header is not supported"),
