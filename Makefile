@@ -12,7 +12,7 @@ WASM := dist/llm_api_guard.wasm
 CLI := dist/llm-api-guard
 CARGO ?= cargo
 
-.PHONY: build wasm cli venv test unit-test integration-test validate-configs run bench clean fmt lint
+.PHONY: build wasm cli venv test unit-test integration-test validate-configs run bench clean lint
 
 build: wasm cli
 
@@ -39,6 +39,7 @@ unit-test:
 	$(CARGO) test --locked --workspace
 
 lint:
+	rustup component add clippy rustfmt >/dev/null 2>&1 || true
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --locked --target wasm32-wasip1 -p llm-api-guard-filter -- -D warnings
@@ -46,12 +47,16 @@ lint:
 integration-test: build venv
 	$(PY) -m pytest -q tests
 
-test: unit-test integration-test
+validate-configs: build venv
+	$(PY) -m pytest -q tests/test_bundled_configs.py
+
+test: lint unit-test integration-test
 
 run: build venv
 	$(PY) scripts/run_demo.py
 
 bench: build venv
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) scripts/bench.py
 
 clean:

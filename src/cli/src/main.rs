@@ -181,7 +181,7 @@ fn key_context(opts: &Opts) -> Result<KeyContext, Fail> {
         return Err(Fail(format!("{PEPPER_ENV} must hold the pepper (at least {MIN_PEPPER_BYTES} bytes), the same one Envoy passes to the filter")));
     }
     Ok(KeyContext {
-        hasher: KeyHasher::Peppered(pepper.into_bytes()),
+        hasher: KeyHasher::peppered(pepper.as_bytes()),
         default_ttl_hours: DEFAULT_TTL_HOURS,
         max_ttl_hours: MAX_TTL_HOURS,
         rotation_interval_days: ROTATION_INTERVAL_DAYS,

@@ -115,3 +115,8 @@ pub fn increment(id: u32) {
 pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
+
+/// Whether Envoy would print a line at `level` (checked before a line is formatted).
+pub fn log_enabled(level: LogLevel) -> bool {
+    hostcalls::get_log_level().map_or(true, |current| level as u32 >= current as u32)
+}

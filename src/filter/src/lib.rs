@@ -110,8 +110,12 @@ struct Root {
     shared: Option<Rc<RefCell<Shared>>>,
 }
 
-fn log_json(level: LogLevel, value: serde_json::Value) {
-    host::log(level, &value.to_string());
+/// Logs one structured line. The value is built lazily so that lines Envoy would drop cost
+/// nothing on the request path.
+fn log_json(level: LogLevel, value: impl FnOnce() -> serde_json::Value) {
+    if host::log_enabled(level) {
+        host::log(level, &value().to_string());
+    }
 }
 
 impl Root {
@@ -154,7 +158,7 @@ impl Root {
             sh.metrics.fetch(kind, false);
             log_json(
                 LogLevel::Error,
-                json!({"event": "remote_fetch_failed", "document": kind.name(), "error": why}),
+                || json!({"event": "remote_fetch_failed", "document": kind.name(), "error": why}),
             );
             let released = release(&mut sh, kind, started);
             drop(sh);
@@ -208,13 +212,12 @@ impl Root {
         match result {
             Ok(detail) => log_json(
                 LogLevel::Info,
-                json!({"event": "remote_document_loaded", "document": kind.name(), "detail": detail}),
+                || json!({"event": "remote_document_loaded", "document": kind.name(), "detail": detail}),
             ),
-            Err(e) => log_json(
-                LogLevel::Warn,
+            Err(e) => log_json(LogLevel::Warn, || {
                 json!({"event": "remote_fetch_failed", "document": kind.name(), "error": e, "kept_last_good": match kind {
-                    DocKind::Keyset => sh.keys.is_some(), DocKind::Jwks => sh.jwks.is_some() }}),
-            ),
+                    DocKind::Keyset => sh.keys.is_some(), DocKind::Jwks => sh.jwks.is_some() }})
+            }),
         }
         let released = started
             .map(|s| release(&mut sh, kind, s))
@@ -237,7 +240,7 @@ fn install(sh: &mut Shared, kind: DocKind, body: &[u8]) -> Result<String, String
                 sh.metrics.keyset_record_rejected();
                 log_json(
                     LogLevel::Warn,
-                    json!({"event": "keyset_record_rejected", "error": s.to_string()}),
+                    || json!({"event": "keyset_record_rejected", "error": s.to_string()}),
                 );
             }
             let merged = kp.inline.overlay(&remote);
@@ -304,7 +307,7 @@ impl RootContext for Root {
         for w in &policy.warnings {
             log_json(
                 LogLevel::Warn,
-                json!({"event": "config_warning", "message": w}),
+                || json!({"event": "config_warning", "message": w}),
             );
         }
         let now = host::now_ms();
@@ -350,7 +353,7 @@ impl RootContext for Root {
         }
         log_json(
             LogLevel::Info,
-            json!({"event": "config_loaded", "context": self.context_id}),
+            || json!({"event": "config_loaded", "context": self.context_id}),
         );
         true
     }

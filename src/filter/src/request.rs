@@ -138,8 +138,7 @@ impl Request {
             },
             None => denial.reply(&Default::default()),
         };
-        log_json(
-            LogLevel::Warn,
+        log_json(LogLevel::Warn, || {
             json!({
                 "event": "request_denied",
                 "reason": denial.reason(),
@@ -151,8 +150,8 @@ impl Request {
                 "key_id": ctx.key_id,
                 "subject": ctx.user,
                 "context": self.context_id,
-            }),
-        );
+            })
+        });
         if host::send_reply(reply.status, &reply.headers, &reply.body).is_err() {
             host::log(LogLevel::Error, "cannot send the local reply");
         }
@@ -310,8 +309,7 @@ impl Request {
                 if self.apply_identity(&success).is_err() {
                     return Some(self.internal_error());
                 }
-                log_json(
-                    LogLevel::Info,
+                log_json(LogLevel::Info, || {
                     json!({
                         "event": "request_authenticated",
                         "request_id": self.request_id,
@@ -319,8 +317,8 @@ impl Request {
                         "user": success.user,
                         "key_id": success.key_id,
                         "path": self.path,
-                    }),
-                );
+                    })
+                });
                 self.success = Some(success);
                 None
             }

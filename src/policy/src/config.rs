@@ -580,7 +580,7 @@ fn compile_keys(
                 format!("the pepper in {pepper_env} must be at least {MIN_PEPPER_BYTES} bytes (32 random bytes recommended)"),
             ));
         }
-        Some(p) => KeyHasher::Peppered(p.into_bytes()),
+        Some(p) => KeyHasher::peppered(p.as_bytes()),
         None if st.allow_unpeppered_sha256 == Some(true) => {
             warnings.push(format!("no pepper in {pepper_env}: API keys are hashed with unpeppered SHA-256 (allow_unpeppered_sha256)"));
             KeyHasher::Unpeppered
@@ -1052,4 +1052,282 @@ fn compile_hardening(gh: RawHardening) -> Result<Option<RequestLimits>, ConfigEr
         max_request_size_bytes: body,
         max_header_size_bytes: headers,
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const PEPPER: &str = "unit-test-pepper-0123456789abcdef";
+
+    fn env() -> HashMap<String, String> {
+        HashMap::from([(PEPPER_ENV.to_string(), PEPPER.to_string())])
+    }
+
+    /// Everything not under test switched off.
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "api_key_management": {"enabled": false},
+            "authentication": {"enabled": false},
+            "gateway_hardening": {"waf": {"enabled": false}, "input_validation": {"enabled": false},
+                                  "response_filtering": {"enabled": false}, "security_headers": {"enabled": false}},
+            "api_rate_limiting": {"enabled": false}
+        })
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn with(patch: serde_json::Value) -> Result<Policy, ConfigError> {
+        let mut v = base();
+        merge(&mut v, patch);
+        parse(v.to_string().as_bytes(), &env())
+    }
+
+    fn err(patch: serde_json::Value) -> ConfigError {
+        with(patch).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn disabled_everything_is_valid_and_defaults_apply() {
+        let p = with(serde_json::json!({})).unwrap();
+        assert!(p.keys.is_none() && p.auth.is_none());
+        assert_eq!(
+            p.limits,
+            Some(RequestLimits {
+                max_request_size_bytes: 1_048_576,
+                max_header_size_bytes: 8192
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_types_name_the_path() {
+        let e = err(serde_json::json!({"gateway_hardening": {"waf": {"foo": 1}}}));
+        assert_eq!(e.path, "gateway_hardening.waf.foo");
+        assert!(e.message.contains("unknown field `foo`"), "{e}");
+        let e = err(
+            serde_json::json!({"gateway_hardening": {"request_limits": {"max_request_size_bytes": "big"}}}),
+        );
+        assert_eq!(
+            e.path,
+            "gateway_hardening.request_limits.max_request_size_bytes"
+        );
+        let e = err(
+            serde_json::json!({"gateway_hardening": {"request_limits": {"max_request_size_bytes": -1}}}),
+        );
+        assert_eq!(
+            e.path,
+            "gateway_hardening.request_limits.max_request_size_bytes"
+        );
+        let e = err(
+            serde_json::json!({"gateway_hardening": {"request_limits": {"max_request_size_bytes": 0}}}),
+        );
+        assert!(e.message.contains("at least 1"));
+        let e = err(serde_json::json!({"nonsense": true}));
+        assert_eq!(e.path, "nonsense");
+        assert!(parse(b"[1]", &env())
+            .unwrap_err()
+            .message
+            .contains("JSON object"));
+        assert!(parse(b"{", &env()).is_err());
+        assert_eq!(
+            err(serde_json::json!({"api_key_management": 5})).path,
+            "api_key_management"
+        );
+    }
+
+    #[test]
+    fn unimplemented_controls_are_refused_when_enabled() {
+        for (patch, path) in [
+            (
+                serde_json::json!({"gateway_hardening": {"waf": {"enabled": true}}}),
+                "gateway_hardening.waf",
+            ),
+            (
+                serde_json::json!({"gateway_hardening": {"cors": {"enabled": true}}}),
+                "gateway_hardening.cors",
+            ),
+            (
+                serde_json::json!({"api_rate_limiting": {"enabled": true}}),
+                "api_rate_limiting",
+            ),
+        ] {
+            let e = err(patch);
+            assert_eq!(e.path, path);
+            assert!(e.message.contains("not implemented yet"));
+        }
+        // Omitted sections take the guide's value: enabled.
+        let e = parse(b"{}", &env()).unwrap_err();
+        assert!(
+            e.message.contains("not implemented yet") || e.message.contains("required"),
+            "{e}"
+        );
+    }
+
+    /// The guide's AS-1 block, converted from YAML to JSON as a user would.
+    #[test]
+    fn guide_as1_block_is_accepted() {
+        let p = with(serde_json::json!({"api_key_management": {
+            "enabled": true,
+            "key_generation": {"algorithm": "AES-256-GCM", "key_length": 256},
+            "expiration": {"default_ttl_hours": 24, "max_ttl_hours": 168},
+            "storage": {"encryption": true, "encryption_algorithm": "AES-256-GCM", "hash_for_verification": true},
+            "rotation": {"enabled": true, "auto_rotate": true, "rotation_interval_days": 30, "notify_before_rotation_days": 7},
+            "revocation": {"enabled": true, "revoke_on": "security_event, user_request, key_expiry"}
+        }}))
+        .unwrap();
+        let k = p.keys.unwrap();
+        assert_eq!((k.default_ttl_hours, k.max_ttl_hours), (24, 168));
+        assert_eq!(k.rotation_notice, Some((30 * 86_400, 7 * 86_400)));
+        assert_eq!(k.revocation_reasons.len(), 3);
+        assert!(p.warnings.iter().any(|w| w.contains("no keys")));
+    }
+
+    #[test]
+    fn key_management_values_are_checked() {
+        let on = |patch: serde_json::Value| {
+            let mut v = serde_json::json!({"api_key_management": {"enabled": true}});
+            merge(&mut v, serde_json::json!({"api_key_management": patch}));
+            v
+        };
+        let e = err(on(
+            serde_json::json!({"expiration": {"default_ttl_hours": 48, "max_ttl_hours": 24}}),
+        ));
+        assert_eq!(e.path, "api_key_management.expiration.max_ttl_hours");
+        assert_eq!(
+            err(on(
+                serde_json::json!({"key_generation": {"algorithm": "DES"}})
+            ))
+            .path,
+            "api_key_management.key_generation.algorithm"
+        );
+        assert_eq!(
+            err(on(
+                serde_json::json!({"storage": {"hash_for_verification": false}})
+            ))
+            .path,
+            "api_key_management.storage.hash_for_verification"
+        );
+        assert_eq!(
+            err(on(serde_json::json!({"revocation": {"enabled": false}}))).path,
+            "api_key_management.revocation.enabled"
+        );
+        assert_eq!(
+            err(on(
+                serde_json::json!({"revocation": {"revoke_on": "whenever"}})
+            ))
+            .path,
+            "api_key_management.revocation.revoke_on"
+        );
+        assert_eq!(
+            err(on(serde_json::json!({"keyset": {"path": "/k.json"}}))).path,
+            "api_key_management.keyset.cluster"
+        );
+        let e = err(on(
+            serde_json::json!({"keys": [{"id": "x", "hash": "h", "user": "u", "created_at": "t", "expires_at": "t"}]}),
+        ));
+        assert_eq!(e.path, "api_key_management.keys[0].id");
+        // No pepper: refused unless explicitly relaxed.
+        let cfg = on(serde_json::json!({}));
+        let mut full = base();
+        merge(&mut full, cfg);
+        let e = parse(
+            full.to_string().as_bytes(),
+            &HashMap::<String, String>::new(),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "api_key_management.storage.pepper_env");
+        merge(
+            &mut full,
+            serde_json::json!({"api_key_management": {"storage": {"allow_unpeppered_sha256": true}}}),
+        );
+        let p = parse(
+            full.to_string().as_bytes(),
+            &HashMap::<String, String>::new(),
+        )
+        .unwrap();
+        assert!(p.warnings.iter().any(|w| w.contains("unpeppered")));
+        let short = HashMap::from([(PEPPER_ENV.to_string(), "short".to_string())]);
+        assert!(parse(full.to_string().as_bytes(), &short)
+            .unwrap_err()
+            .message
+            .contains("at least 16"));
+    }
+
+    #[test]
+    fn authentication_is_checked() {
+        let auth = |methods: serde_json::Value| serde_json::json!({"authentication": {"enabled": true, "methods": methods}});
+        let e = err(auth(
+            serde_json::json!({"jwt": {"enabled": false}, "api_key": {"enabled": false}, "mtls": {"enabled": false}}),
+        ));
+        assert_eq!(e.path, "authentication.methods");
+        // The guide's AS-2 JWT block lacks its keys: refused with a clear message.
+        let e = err(auth(
+            serde_json::json!({"jwt": {"enabled": true, "issuer": "https://clawguru.org", "audience": "moltbot-api", "algorithm": "RS256"},
+                                            "api_key": {"enabled": false}, "mtls": {"enabled": false}}),
+        ));
+        assert_eq!(e.path, "authentication.methods.jwt.jwks");
+        let e = err(auth(
+            serde_json::json!({"jwt": {"enabled": true, "audience": "a", "jwks": {"keys": []}}, "api_key": {"enabled": false}}),
+        ));
+        assert_eq!(e.path, "authentication.methods.jwt.issuer");
+        let e = err(auth(
+            serde_json::json!({"jwt": {"enabled": false}, "mtls": {"enabled": false}, "api_key": {"enabled": true}}),
+        ));
+        assert_eq!(e.path, "authentication.methods.api_key.enabled");
+        let e = err(auth(
+            serde_json::json!({"jwt": {"enabled": false}, "api_key": {"enabled": false},
+                                            "mtls": {"enabled": true, "allowed_sans": ["a.*.example"]}}),
+        ));
+        assert_eq!(e.path, "authentication.methods.mtls.allowed_sans[0]");
+        let e = err(auth(
+            serde_json::json!({"jwt": {"enabled": false}, "api_key": {"enabled": false},
+                                            "mtls": {"enabled": true, "validate_cert_chain": false}}),
+        ));
+        assert!(e.message.contains("Envoy verifies"));
+        // mTLS alone, guide fields accepted; health paths default.
+        let p = with(auth(serde_json::json!({"jwt": {"enabled": false}, "api_key": {"enabled": false},
+                                             "mtls": {"enabled": true, "validate_cert_chain": true, "validate_cert_expiry": true}})))
+        .unwrap();
+        let a = p.auth.unwrap();
+        assert_eq!(a.enabled_methods(), vec![AuthMethod::Mtls]);
+        assert_eq!(a.health_check_paths, vec!["/healthz", "/health", "/ready"]);
+        // MFA needs two enabled methods.
+        let mut v = auth(
+            serde_json::json!({"jwt": {"enabled": false}, "api_key": {"enabled": false}, "mtls": {"enabled": true}}),
+        );
+        merge(
+            &mut v,
+            serde_json::json!({"authentication": {"mfa": {"enabled": true}}}),
+        );
+        assert_eq!(err(v.clone()).path, "authentication.mfa.require");
+        merge(
+            &mut v,
+            serde_json::json!({"authentication": {"mfa": {"require": ["mtls", "jwt"]}}}),
+        );
+        assert!(err(v).message.contains("jwt is not enabled"));
+        let mut v = auth(
+            serde_json::json!({"jwt": {"enabled": false}, "api_key": {"enabled": false}, "mtls": {"enabled": true}}),
+        );
+        merge(
+            &mut v,
+            serde_json::json!({"authentication": {"middleware": {"health_check_paths": ["/ok/../x"]}}}),
+        );
+        assert_eq!(
+            err(v).path,
+            "authentication.middleware.health_check_paths[0]"
+        );
+    }
 }

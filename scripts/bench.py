@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""`make bench`: Envoy with the filter against the same Envoy without it, in the same run.
+
+Setup: one Envoy worker (`--concurrency 1`) pinned to CPU 0, wrk pinned to CPU 1, routes answered
+by Envoy's `direct_response`, so what is measured is Envoy plus the filter, not an upstream.
+Each scenario runs for a fixed time with a fixed number of connections (bounded load, loopback
+only). POST baselines use Envoy's native buffer filter, so both sides read the whole body.
+
+Printed per scenario: requests/s, latency p50/p99, the ratio to the baseline, and the CPU time
+the filter adds per request (1/rps - 1/rps_baseline: the worker is saturated, so 1/rps is CPU
+time per request).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from harness import TEST_PEPPER, Gateway, filter_config  # noqa: E402
+
+DURATION = os.environ.get("BENCH_DURATION", "4s")  # per scenario (wrk -d)
+CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "16")
+CLI = ROOT / "dist" / "llm-api-guard"
+
+
+def direct_response(boot: dict, buffer_baseline: bool = False) -> None:
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [{
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": '{"ok":true}'}}}]
+    if buffer_baseline:
+        hcm["http_filters"].insert(0, {
+            "name": "envoy.filters.http.buffer",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                             "max_request_bytes": 1048576}})
+
+
+def wrk(url: str, method: str = "GET", headers: dict | None = None, body_size: int = 0) -> dict:
+    lines = [f'wrk.method = "{method}"']
+    for k, v in (headers or {}).items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    if body_size:
+        lines.append(f'wrk.body = string.rep("a", {body_size})')
+        lines.append('wrk.headers["content-type"] = "application/json"')
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+        script = f.name
+    try:
+        out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}",
+                              "--latency", "-s", script, url],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    finally:
+        os.unlink(script)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise SystemExit(f"benchmark requests failed ({non2xx.group(1)} non-2xx):\n{out}")
+
+    def pct(p: str) -> str:
+        m = re.search(rf"\s{p}%\s+([\d.]+\w+)", out)
+        return m.group(1) if m else "?"
+    return {"rps": rps, "p50": pct("50"), "p99": pct("99")}
+
+
+def start(cfg: dict | None, buffer_baseline: bool = False) -> Gateway:
+    gw = Gateway.start(cfg, wasm=cfg is not None, concurrency=1, log_level="warning",
+                       component_log_level="wasm:warning",
+                       bootstrap_hook=lambda b: direct_response(b, buffer_baseline))
+    subprocess.run(["taskset", "-a", "-p", "-c", "0", str(gw.proc.pid)], check=True, capture_output=True)
+    return gw
+
+
+def new_key(keyset: Path) -> str:
+    env = dict(os.environ, LLM_API_GUARD_PEPPER=TEST_PEPPER)
+    return subprocess.run([str(CLI), "keys", "new", "--user", "bench", "--keyset", str(keyset)],
+                          env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def jwt_material() -> tuple[dict, str]:
+    import base64
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = key.public_key().public_numbers()
+
+    def b64(i: int) -> str:
+        return base64.urlsafe_b64encode(i.to_bytes((i.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+    jwks = {"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": b64(n.n), "e": b64(n.e)}]}
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    now = int(time.time())
+    token = pyjwt.encode({"iss": "https://issuer.bench", "aud": "bench", "sub": "bench-user",
+                          "iat": now, "exp": now + 3600}, pem, algorithm="RS256", headers={"kid": "k1"})
+    return jwks, token
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="llm-api-guard-bench-"))
+    key = new_key(tmp / "keyset.json")
+    records = json.loads((tmp / "keyset.json").read_text())["keys"]
+    jwks, token = jwt_material()
+    limits_only = filter_config(gateway_hardening={"enabled": True})
+    api_key = filter_config(
+        api_key_management={"enabled": True, "keys": records},
+        authentication={"enabled": True, "methods": {"jwt": {"enabled": False}, "mtls": {"enabled": False},
+                                                      "api_key": {"enabled": True}}},
+        gateway_hardening={"enabled": True})
+    jwt_cfg = filter_config(
+        authentication={"enabled": True, "methods": {
+            "jwt": {"enabled": True, "issuer": "https://issuer.bench", "audience": "bench", "jwks": jwks},
+            "mtls": {"enabled": False}, "api_key": {"enabled": False}}},
+        gateway_hardening={"enabled": True})
+    key_h = {"X-API-Key": key}
+    jwt_h = {"Authorization": f"Bearer {token}"}
+
+    scenarios = [
+        # name, config, buffer baseline, method, headers, body
+        ("GET  no filter (baseline)", None, False, "GET", {}, 0),
+        ("GET  filter: size limits only", limits_only, False, "GET", {}, 0),
+        ("GET  filter: API key", api_key, False, "GET", key_h, 0),
+        ("GET  filter: JWT RS256 (cached)", jwt_cfg, False, "GET", jwt_h, 0),
+    ]
+    for size in (1024, 65536, 524288):
+        label = f"{size // 1024} KiB"
+        scenarios.append((f"POST {label} Envoy buffer filter (baseline)", None, True, "POST", {}, size))
+        scenarios.append((f"POST {label} filter: limits + API key", api_key, False, "POST", key_h, size))
+
+    print(f"wrk: 1 thread on CPU 1, {CONNECTIONS} connections, {DURATION} per scenario; "
+          f"Envoy: 1 worker on CPU 0; direct_response routes\n")
+    print(f"{'scenario':<44} {'req/s':>9} {'p50':>9} {'p99':>9} {'ratio':>7} {'added CPU/req':>14}")
+    only = os.environ.get("BENCH_ONLY")  # a regex over scenario names (baselines always run)
+    if only:
+        scenarios = [s for s in scenarios if s[1] is None or re.search(only, s[0])]
+    baseline = None
+    results = []
+    for name, cfg, buffered, method, headers, body in scenarios:
+        gw = start(cfg, buffered)
+        try:
+            wrk(gw.url + "/v1/models", method, headers, body)  # warm-up (V8 tier-up, caches)
+            r = wrk(gw.url + "/v1/models", method, headers, body)
+        finally:
+            gw.stop()
+        if cfg is None:
+            baseline = r
+        ratio = r["rps"] / baseline["rps"] if baseline else 1.0
+        added = (1 / r["rps"] - 1 / baseline["rps"]) * 1e6 if baseline and cfg is not None else 0.0
+        results.append({"scenario": name, **r, "ratio": round(ratio, 3), "added_us": round(added, 1)})
+        print(f"{name:<44} {r['rps']:>9.0f} {r['p50']:>9} {r['p99']:>9} {ratio:>7.2f} "
+              f"{(f'{added:.1f} us' if cfg is not None else '-'):>14}", flush=True)
+    (ROOT / "target").mkdir(exist_ok=True)
+    (ROOT / "target" / "bench.json").write_text(json.dumps(results, indent=2))
+    print("\nresults also in target/bench.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
