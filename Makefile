@@ -20,13 +20,13 @@ wasm:
 	rustup target add wasm32-wasip1 >/dev/null 2>&1 || rustup target add wasm32-wasip1
 	$(CARGO) build --release --locked --target wasm32-wasip1 -p llm-api-guard-filter
 	mkdir -p dist
-	cp target/wasm32-wasip1/release/llm_api_guard.wasm $(WASM)
+	cp target/wasm32-wasip1/release/llm_api_guard.wasm $(WASM).tmp && mv $(WASM).tmp $(WASM)
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
 
 cli:
 	$(CARGO) build --release --locked -p llm-api-guard-cli
 	mkdir -p dist
-	cp target/release/llm-api-guard $(CLI)
+	cp target/release/llm-api-guard $(CLI).tmp && mv $(CLI).tmp $(CLI)
 
 venv: $(VENV_STAMP)
 

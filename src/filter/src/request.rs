@@ -274,16 +274,22 @@ impl Request {
                 keys: keys.as_deref(),
                 jwks: jwks.as_deref(),
             };
-            let d = authenticate(
-                auth,
-                policy.keys.as_ref(),
-                creds,
-                sources,
-                &mut sh.cache,
-                host::now_seconds(),
-                self.finality,
-            );
-            if let Decision::Wait(needs) = &d {
+            // At most three rounds: a document that cannot be waited for (no room in the
+            // waiting list) is marked final and the decision is taken again without waiting.
+            let mut rounds = 0;
+            loop {
+                rounds += 1;
+                let d = authenticate(
+                    auth,
+                    policy.keys.as_ref(),
+                    creds,
+                    sources,
+                    &mut sh.cache,
+                    host::now_seconds(),
+                    self.finality,
+                );
+                let Decision::Wait(needs) = &d else { break d };
+                let mut retry = false;
                 for n in needs {
                     let (kind, fresh) = match n {
                         Needed::Keyset => (DocKind::Keyset, false),
@@ -293,15 +299,17 @@ impl Request {
                         .wait_for(kind, fresh, (self.context_id, weak.clone()))
                         .is_err()
                     {
-                        // Too many waiters: decide now with what is loaded.
                         match kind {
                             DocKind::Keyset => self.finality.keyset = true,
                             DocKind::Jwks => self.finality.jwks = true,
                         }
+                        retry = true;
                     }
                 }
+                if !retry || rounds >= 3 {
+                    break d;
+                }
             }
-            d
         };
         match decision {
             Decision::Allow(success) => {
