@@ -266,6 +266,7 @@ def build_bootstrap(*, clusters: dict[str, tuple[str, int]], http_filters: list[
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
         "generate_request_id": True,
+        "always_set_request_id_in_response": True,
         "server_header_transformation": "PASS_THROUGH",
         "max_request_headers_kb": 96,
         "stream_idle_timeout": "300s",

@@ -212,7 +212,7 @@ def test_bootstrap_wiring_follows_the_contract(path, boot):
 
 HCM_KEYS_SHARED_WITH_HARNESS = (
     "use_remote_address", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
-    "generate_request_id", "server_header_transformation", "max_request_headers_kb",
+    "generate_request_id", "always_set_request_id_in_response", "server_header_transformation", "max_request_headers_kb",
     "common_http_protocol_options", "codec_type", "stat_prefix")
 
 

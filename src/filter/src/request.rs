@@ -182,6 +182,16 @@ impl Request {
                 .find(|(k, _)| k == name)
                 .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
         };
+        // A credential header sent more than once is combined as HTTP combines repeated
+        // fields (", "); the combination never verifies, so two keys cannot be tried at once.
+        let credential = |name: &str| {
+            let values: Vec<String> = headers
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            (!values.is_empty()).then(|| values.join(", "))
+        };
         self.request_id = get("x-request-id").unwrap_or_default();
         self.method = get(":method").unwrap_or_default();
         let raw_path = get(":path").unwrap_or_default();
@@ -212,18 +222,27 @@ impl Request {
 
         if let Some(auth) = &policy.auth {
             if let Some(h) = &auth.api_key_header {
-                self.api_key = get(h);
+                self.api_key = credential(h);
                 if self.api_key.is_some() && host::set_request_header(h, None).is_err() {
                     return self.internal_error();
                 }
             }
             if let Some(j) = &auth.jwt {
-                self.token_header = get(&j.token_header);
+                self.token_header = credential(&j.token_header);
                 if self.token_header.is_some()
                     && !j.forward_token
                     && host::set_request_header(&j.token_header, None).is_err()
                 {
                     return self.internal_error();
+                }
+                // Claim headers are the filter's too: a client copy must not survive when the
+                // token lacks the claim.
+                for (_, header) in &j.claims_to_headers {
+                    if headers.iter().any(|(k, _)| k == header)
+                        && host::set_request_header(header, None).is_err()
+                    {
+                        return self.internal_error();
+                    }
                 }
             }
             if auth.mtls.is_some() && host::property_bool(&["connection", "mtls"]) {

@@ -392,8 +392,9 @@ impl KeyStore {
             }
             let created_at = record_time(index, "created_at", &r.created_at)?;
             let expires_at = record_time(index, "expires_at", &r.expires_at)?;
-            if expires_at <= created_at {
-                return Err(err("expires_at", "must be after created_at".into()));
+            // Equal is allowed: a key rotated with zero overlap in the second it was made.
+            if expires_at < created_at {
+                return Err(err("expires_at", "must not be before created_at".into()));
             }
             if let Some(at) = &r.revoked_at {
                 record_time(index, "revoked_at", at)?;

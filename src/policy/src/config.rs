@@ -94,12 +94,59 @@ impl OneOrMany {
     }
 }
 
+/// A value that is never accepted: reading it raises the given message.
+struct Refuse(String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Refuse {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, _d: D) -> Result<(), D::Error> {
+        Err(serde::de::Error::custom(self.0))
+    }
+}
+
+/// Declares a config section: every field optional, unknown and repeated fields refused, and
+/// only a JSON object accepted (serde's derive would also take an array of values in field
+/// order, which would let `[5, 300]` mean two limits).
 macro_rules! raw {
-    ($(#[$m:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
-        #[derive(Debug, Clone, Default, Deserialize)]
-        #[serde(deny_unknown_fields, expecting = "a JSON object")]
-        $(#[$m])*
+    ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        #[derive(Debug, Clone, Default)]
         pub struct $name { $(pub $field: Option<$ty>),* }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                const FIELDS: &[&str] = &[$(stringify!($field)),*];
+                struct Fields;
+                impl<'de> serde::de::Visitor<'de> for Fields {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                        use serde::de::Error as _;
+                        let mut out = $name::default();
+                        let mut seen: Vec<String> = Vec::new();
+                        while let Some(key) = map.next_key::<String>()? {
+                            // Errors about the key are raised while reading its value, so that
+                            // the reported path ends with the key itself.
+                            if seen.contains(&key) {
+                                let msg = format!("duplicate field `{key}`");
+                                return Err(map.next_value_seed(Refuse(msg)).err().unwrap_or_else(|| A::Error::custom("duplicate field")));
+                            }
+                            match key.as_str() {
+                                $(stringify!($field) => out.$field = map.next_value::<Option<$ty>>()?,)*
+                                other => {
+                                    let msg = format!("unknown field `{other}`, expected one of {}", FIELDS.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "));
+                                    return Err(map.next_value_seed(Refuse(msg)).err().unwrap_or_else(|| A::Error::custom("unknown field")));
+                                }
+                            }
+                            seen.push(key);
+                        }
+                        Ok(out)
+                    }
+                }
+                d.deserialize_struct(stringify!($name), FIELDS, Fields)
+            }
+        }
     };
 }
 
@@ -440,7 +487,12 @@ fn from_json<T: DeserializeOwned>(json: &[u8]) -> Result<T, ConfigError> {
     let de = &mut serde_json::Deserializer::from_slice(json);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
+        // "." is the root and "?" an unknown position (a syntax error): no field to name.
+        let path = if path == "." || path == "?" {
+            String::new()
+        } else {
+            path
+        };
         ConfigError::new(path, e.into_inner().to_string())
     })
 }
