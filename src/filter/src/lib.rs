@@ -154,19 +154,19 @@ impl Root {
                 }
             }
         }
+        let mut to_wake = Vec::new();
         for (kind, why, started) in failed {
             sh.metrics.fetch(kind, false);
             log_json(
                 LogLevel::Error,
                 || json!({"event": "remote_fetch_failed", "document": kind.name(), "error": why}),
             );
-            let released = release(&mut sh, kind, started);
-            drop(sh);
+            to_wake.push((kind, release(&mut sh, kind, started)));
+        }
+        // Waiters run their own logic, which borrows the shared state again.
+        drop(sh);
+        for (kind, released) in to_wake {
             wake(released, kind);
-            let Ok(again) = shared.try_borrow_mut() else {
-                return;
-            };
-            sh = again;
         }
     }
 
