@@ -176,8 +176,13 @@ def preserve_request_id(bootstrap: dict) -> None:
 
 
 def raw_paths(bootstrap: dict) -> None:
-    """bootstrap_hook: no path normalisation, so the filter sees the path exactly as sent."""
+    """bootstrap_hook: client request ids kept and no path normalisation."""
     preserve_request_id(bootstrap)
+    no_normalisation(bootstrap)
+
+
+def no_normalisation(bootstrap: dict) -> None:
+    """bootstrap_hook: the HCM passes the path through exactly as the client sent it."""
     for listener in bootstrap["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
             for f in chain["filters"]:

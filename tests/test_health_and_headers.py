@@ -22,7 +22,7 @@ import pytest
 
 from harness import filter_config
 from jwt_tokens import AUDIENCE, ISSUER, KEYS, bearer, claims, jwks, token
-from keytool import assert_openai_error, key_id, load_keys, new_key
+from keytool import assert_openai_error, key_id, load_keys, new_key, no_normalisation
 
 HEALTH = ("/healthz", "/health", "/ready")
 NEAR_MISSES = [
@@ -63,18 +63,6 @@ def auth_section(**middleware) -> dict:
     if middleware:
         a["middleware"] = middleware
     return a
-
-
-def no_normalisation(bootstrap: dict) -> None:
-    """bootstrap_hook: the HCM passes the path through exactly as the client sent it."""
-    for listener in bootstrap["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for f in chain["filters"]:
-                if f["name"] == "envoy.filters.network.http_connection_manager":
-                    tc = f["typed_config"]
-                    tc["normalize_path"] = False
-                    tc["merge_slashes"] = False
-                    tc["path_with_escaped_slashes_action"] = "KEEP_UNCHANGED"
 
 
 @pytest.fixture(scope="module")
