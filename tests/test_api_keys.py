@@ -831,3 +831,36 @@ def test_request_at_startup_waits_for_the_first_keyset(gateway_factory, remote):
         assert all(r.json()["headers"]["x-auth-user"] == "keep" for r in results)
     finally:
         doc.stop()
+
+
+@pytest.mark.parametrize("hardening", [True, False], ids=["limits-on", "limits-off"])
+def test_body_does_not_release_a_request_waiting_for_the_keyset(gateway_factory, remote, hardening):
+    """Regression: with size limits off, the arriving body used to release the held headers
+    before the keyset had loaded, so the request reached the upstream unauthenticated."""
+    doc = DocServer(remote.file.read_text(), delay=3.0)
+    try:
+        cfg = keys_config(keyset=remote_keyset(30, timeout_ms=15000))
+        cfg["gateway_hardening"]["enabled"] = hardening
+        gw = gateway_factory(cfg, extra_clusters={"keyset": ("127.0.0.1", doc.port)})
+        results = {}
+
+        def one(name, key):
+            results[name] = call(gw, key, method="POST", body=b"x" * 5000, timeout=20)[0]
+
+        threads = [threading.Thread(target=one, args=("good", remote.keep)),
+                   threading.Thread(target=one, args=("bad", make_key()))]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        # While the keyset is still loading nothing may have reached the upstream.
+        assert gw.upstream.requests("/echo") == []
+        for t in threads:
+            t.join(30)
+        assert doc.answered, "the keyset was served"
+        assert results["good"].status == 200, results["good"]
+        assert results["good"].json()["body_length"] == 5000
+        assert_401(results["bad"], "invalid_api_key")
+        seen = gw.upstream.requests("/echo")
+        assert len(seen) == 1 and seen[0]["headers"]["x-auth-user"] == "keep", seen
+    finally:
+        doc.stop()

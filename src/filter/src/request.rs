@@ -402,18 +402,19 @@ impl Request {
         if self.replied {
             return Action::Pause;
         }
-        if self.body == Body::Done {
-            return Action::Continue;
-        }
-        if let Some(limits) = self.policy.as_ref().and_then(|p| p.limits) {
-            if let Err(d) = limits.check_body(received) {
-                return self.deny(d, DenialContext::default());
+        if self.body == Body::Buffering {
+            if let Some(limits) = self.policy.as_ref().and_then(|p| p.limits) {
+                if let Err(d) = limits.check_body(received) {
+                    return self.deny(d, DenialContext::default());
+                }
             }
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            self.body = Body::Done;
         }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.body = Body::Done;
+        // Continue here would release the held headers too: never before authentication is
+        // decided, whether or not the body is inspected.
         self.proceed_or_pause()
     }
 
