@@ -3,21 +3,19 @@
 
 Setup: one Envoy worker (`--concurrency 1`) pinned to CPU 0, wrk pinned to CPU 1, routes answered
 by Envoy's `direct_response`, so what is measured is Envoy plus the filter, not an upstream.
-Each scenario runs for a fixed time with a fixed number of connections (bounded load, loopback
-only): a warm-up, then several runs of which the median is reported (the machine is a VM whose
-neighbours add noise). POST baselines use Envoy's native buffer filter, so both sides read the whole body.
+Each run lasts a fixed time with a fixed number of connections (bounded load, loopback only). POST baselines use Envoy's native buffer filter, so both sides read the whole body.
 
-Printed per scenario: requests/s, latency p50/p99, the ratio of requests/s to the baseline,
-Envoy's CPU time per request (user + system time of the Envoy process over the run, from /proc,
-divided by the requests served: steadier than requests/s on a VM with noisy neighbours) and the
-CPU time the filter adds per request compared with the baseline. The run with the median CPU time
-per request is reported.
+Printed per scenario: requests/s and latency p50/p99 of the median run, the ratio of requests/s
+to the baseline, Envoy's CPU time per request (user + system time of the Envoy process over the
+run, from /proc, divided by the requests served) and the CPU time the filter adds per request
+compared with the baseline of the same round (medians over rounds).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from harness import TEST_PEPPER, Gateway, filter_config  # noqa: E402
 
 DURATION = os.environ.get("BENCH_DURATION", "3s")  # per measured run (wrk -d)
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # measured runs per scenario; the median is kept
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))  # alternating rounds; medians are reported
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "16")
 CLI = ROOT / "dist" / "llm-api-guard"
 
@@ -144,42 +142,55 @@ def main() -> int:
     key_h = {"X-API-Key": key}
     jwt_h = {"Authorization": f"Bearer {token}"}
 
-    scenarios = [
+    # Groups: the first scenario of each is its baseline. All gateways of a group run at once
+    # (idle when not loaded) and are measured in alternation, round after round, so that slow
+    # phases of the VM hit baseline and filter alike; each round's figures are compared with the
+    # same round's baseline and the median over rounds is reported.
+    groups = [[
         # name, config, buffer baseline, method, headers, body
         ("GET  no filter (baseline)", None, False, "GET", {}, 0),
         ("GET  filter: size limits only", limits_only, False, "GET", {}, 0),
         ("GET  filter: API key", api_key, False, "GET", key_h, 0),
         ("GET  filter: JWT RS256 (cached)", jwt_cfg, False, "GET", jwt_h, 0),
-    ]
+    ]]
     for size in (1024, 65536, 524288):
         label = f"{size // 1024} KiB"
-        scenarios.append((f"POST {label} Envoy buffer filter (baseline)", None, True, "POST", {}, size))
-        scenarios.append((f"POST {label} filter: limits + API key", api_key, False, "POST", key_h, size))
-
-    print(f"wrk: 1 thread on CPU 1, {CONNECTIONS} connections; per scenario a 2 s warm-up, then the "
-          f"median of {ROUNDS} runs of {DURATION}; Envoy: 1 worker on CPU 0; direct_response routes\n")
-    print(f"{'scenario':<44} {'req/s':>9} {'p50':>9} {'p99':>9} {'ratio':>7} {'CPU us/req':>9} {'added':>9}")
+        groups.append([
+            (f"POST {label} Envoy buffer filter (baseline)", None, True, "POST", {}, size),
+            (f"POST {label} filter: limits + API key", api_key, False, "POST", key_h, size)])
     only = os.environ.get("BENCH_ONLY")  # a regex over scenario names (baselines always run)
     if only:
-        scenarios = [s for s in scenarios if s[1] is None or re.search(only, s[0])]
-    baseline = None
+        groups = [[g[0]] + [s for s in g[1:] if re.search(only, s[0])] for g in groups]
+        groups = [g for g in groups if len(g) > 1]
+
+    print(f"wrk: 1 thread on CPU 1, {CONNECTIONS} connections, runs of {DURATION}; Envoy: 1 worker on "
+          f"CPU 0; direct_response routes; median over {ROUNDS} alternating rounds\n")
+    print(f"{'scenario':<44} {'req/s':>9} {'p50':>9} {'p99':>9} {'ratio':>7} {'CPU us/req':>10} {'added':>8}")
+    median = statistics.median
     results = []
-    for name, cfg, buffered, method, headers, body in scenarios:
-        gw = start(cfg, buffered)
+    for group in groups:
+        gateways = []
         try:
-            wrk(gw.url + "/v1/models", method, headers, body, "2s")  # warm-up (V8 tier-up, caches)
-            runs = sorted((measure(gw, method, headers, body) for _ in range(ROUNDS)),
-                          key=lambda x: x["cpu_us"])
-            r = runs[len(runs) // 2]
+            for _, cfg, buffered, method, headers, body in group:
+                gw = start(cfg, buffered)
+                gateways.append(gw)
+                wrk(gw.url + "/v1/models", method, headers, body, "2s")  # warm-up (V8 tier-up)
+            rounds = [[measure(gw, s[3], s[4], s[5]) for gw, s in zip(gateways, group)]
+                      for _ in range(ROUNDS)]
         finally:
-            gw.stop()
-        if cfg is None:
-            baseline = r
-        ratio = r["rps"] / baseline["rps"]
-        added = r["cpu_us"] - baseline["cpu_us"]
-        results.append({"scenario": name, **r, "ratio": round(ratio, 3), "added_cpu_us": round(added, 1)})
-        print(f"{name:<44} {r['rps']:>9.0f} {r['p50']:>9} {r['p99']:>9} {ratio:>7.2f} {r['cpu_us']:>9.1f} "
-              f"{(f'{added:+.1f}' if cfg is not None else '-'):>9}", flush=True)
+            for gw in gateways:
+                gw.stop()
+        for i, (name, cfg, *_rest) in enumerate(group):
+            runs = [rnd[i] for rnd in rounds]
+            ratio = median(rnd[i]["rps"] / rnd[0]["rps"] for rnd in rounds)
+            added = median(rnd[i]["cpu_us"] - rnd[0]["cpu_us"] for rnd in rounds)
+            typical = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+            cpu = median(r["cpu_us"] for r in runs)
+            results.append({"scenario": name, "rps": typical["rps"], "p50": typical["p50"],
+                            "p99": typical["p99"], "ratio": round(ratio, 3), "cpu_us": round(cpu, 1),
+                            "added_cpu_us": round(added, 1) if cfg is not None else None})
+            print(f"{name:<44} {typical['rps']:>9.0f} {typical['p50']:>9} {typical['p99']:>9} {ratio:>7.2f} "
+                  f"{cpu:>10.1f} {(f'{added:+.1f}' if cfg is not None else '-'):>8}", flush=True)
     (ROOT / "target").mkdir(exist_ok=True)
     (ROOT / "target" / "bench.json").write_text(json.dumps(results, indent=2))
     print("\nresults also in target/bench.json")
