@@ -321,3 +321,34 @@ def test_counters_in_prometheus_format(small_gw):
     assert "llm_api_guard_requests_allowed" in values
     assert "llm_api_guard_requests_denied" in values
     assert "envoy_llm_api_guard_" not in prom
+
+
+def test_http2_clients_get_the_same_limits_and_authentication(gateway_factory, tmp_path, cli_path):
+    """h2c (prior knowledge) goes through the same filter paths as HTTP/1.1."""
+    import shutil
+    import subprocess
+
+    from keytool import load_keys, new_key
+    if shutil.which("curl") is None:
+        pytest.skip("curl is needed to speak HTTP/2")
+    keyset = tmp_path / "keyset.json"
+    key = new_key(keyset, "h2-user")
+    gw = gateway_factory(filter_config(
+        api_key_management={"enabled": True, "keys": load_keys(keyset)},
+        authentication={"enabled": True, "methods": {"jwt": {"enabled": False}, "mtls": {"enabled": False},
+                                                      "api_key": {"enabled": True}}},
+        gateway_hardening={"enabled": True, "request_limits": {"max_request_size_bytes": 1000}}))
+
+    def h2(*args: str) -> tuple[str, str, str]:
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}",
+                              *args, gw.url + "/echo"], capture_output=True, text=True, timeout=20).stdout
+        body, status_line = out.rsplit("\n", 1)
+        version, code = status_line.split()
+        return version, code, body
+
+    version, code, body = h2("-H", f"X-API-Key: {key}", "--data-binary", "x" * 1000)
+    assert (version, code) == ("2", "200"), body
+    assert '"x-auth-user": "h2-user"' in body and '"body_length": 1000' in body
+    assert h2("-H", f"X-API-Key: {key}", "--data-binary", "x" * 1001)[1] == "413"
+    assert h2("--data-binary", "x")[1] == "401"
+    assert len(gw.upstream.requests("/echo")) == 1
