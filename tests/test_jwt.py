@@ -606,3 +606,34 @@ def test_jwks_unavailable_from_the_start_fails_closed(down_gw):
         time.sleep(0.2)
     assert r.status == 200, r
     assert r.json()["headers"]["x-auth-user"] == "nobody"
+
+
+def test_pinned_inline_keys_with_a_remote_jwks(module_gateway_factory, idps):
+    """Both `jwks` and `remote_jwks`: inline keys work even while the IdP is down, fetched keys
+    are added, and a fetched key cannot replace a pinned one with the same kid."""
+    up = idps("upstream connect error", status=500)
+    auth = jwt_method(algorithms=REMOTE_ALGS, jwks=jwks(KEYS["ed"]),
+                      remote_jwks={"cluster": "idp", "path": JWKS_PATH, "refresh_seconds": 1})
+    gw = module_gateway_factory(filter_config(authentication=auth), upstream=up)
+    pinned = token(KEYS["ed"], "EdDSA", claims("pinned"))
+    r = gw.request("GET", "/echo", headers=bearer(pinned))
+    assert r.status == 200, r
+    assert r.json()["headers"]["x-auth-user"] == "pinned"
+    # The IdP comes back with an RSA key.
+    up.set_document(JWKS_PATH, jwks(KEYS["rsa"]))
+    fetched = token(KEYS["rsa"], "RS256", claims("fetched"))
+    deadline = time.time() + 10
+    while True:
+        r = gw.request("GET", "/echo", headers=bearer(fetched))
+        if r.status == 200 or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert r.status == 200, r
+    assert r.json()["headers"]["x-auth-user"] == "fetched"
+    # Then it serves an attacker's RSA key under the pinned kid: the pinned key still decides.
+    attacker = token(KEYS["attacker"], "RS256", claims("mallory"), kid=KEYS["ed"].kid)
+    up.set_document(JWKS_PATH, {"keys": [{**jwks(KEYS["attacker"])["keys"][0], "kid": KEYS["ed"].kid}]})
+    time.sleep(2.5)
+    r = gw.request("GET", "/echo", headers=bearer(attacker))
+    assert r.status == 401, r
+    assert gw.request("GET", "/echo", headers=bearer(pinned)).status == 200

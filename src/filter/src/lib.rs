@@ -249,7 +249,17 @@ fn install(sh: &mut Shared, kind: DocKind, body: &[u8]) -> Result<String, String
             Ok(format!("{n} keys"))
         }
         DocKind::Jwks => {
-            let jwks = Jwks::parse(body).map_err(|e| format!("invalid JWKS: {e}"))?;
+            let fetched = Jwks::parse(body).map_err(|e| format!("invalid JWKS: {e}"))?;
+            let pinned = sh
+                .policy
+                .auth
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref())
+                .and_then(|j| j.inline_jwks.as_ref());
+            let jwks = match pinned {
+                Some(inline) => inline.with_keys_of(&fetched),
+                None => fetched,
+            };
             let n = jwks.len();
             sh.jwks = Some(Rc::new(jwks));
             // Tokens verified with the previous key set must be checked again.

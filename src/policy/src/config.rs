@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::apikey::KeyRecord;
 use crate::apikey::{KeyHasher, KeyRules, KeyStore, RecordError, RevocationReason};
-use crate::jwt::{Jwks, JwtAlgorithm, JwtSettings};
+use crate::jwt::{Jwks, JwksError, JwtAlgorithm, JwtSettings};
 use crate::mtls::{IdentityPattern, MtlsPolicy};
 
 /// A refused configuration: the dotted path of the field at fault and why.
@@ -940,31 +940,24 @@ fn compile_jwt(j: RawJwt, env: &dyn Environment) -> Result<JwtMethod, ConfigErro
         None
     };
     let asymmetric = algorithms.iter().any(|a| *a != JwtAlgorithm::HS256);
-    let inline_jwks = match j.jwks {
-        None => None,
-        Some(v) => Some(
-            Jwks::from_value(&v)
-                .map_err(|e| ConfigError::new(format!("{P}.jwks"), e.to_string()))?,
-        ),
-    };
     let remote_jwks = j
         .remote_jwks
         .map(|r| compile_remote(&format!("{P}.remote_jwks"), r, 300))
         .transpose()?;
-    match (&inline_jwks, &remote_jwks) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                format!("{P}.remote_jwks"),
-                "set either jwks or remote_jwks, not both",
-            ))
-        }
-        (None, None) if asymmetric => {
-            return Err(ConfigError::new(
-                format!("{P}.jwks"),
-                "is required (or remote_jwks): the public keys that verify token signatures",
-            ))
-        }
-        _ => {}
+    let inline_jwks = match j.jwks {
+        None => None,
+        Some(v) => match Jwks::from_value(&v) {
+            Ok(jwks) => Some(jwks),
+            // `"jwks": {"keys": []}` next to a remote JWKS: nothing pinned.
+            Err(JwksError::NoUsableKeys { total: 0 }) if remote_jwks.is_some() => None,
+            Err(e) => return Err(ConfigError::new(format!("{P}.jwks"), e.to_string())),
+        },
+    };
+    if inline_jwks.is_none() && remote_jwks.is_none() && asymmetric {
+        return Err(ConfigError::new(
+            format!("{P}.jwks"),
+            "is required (or remote_jwks): the public keys that verify token signatures",
+        ));
     }
     let user_claim = j.user_claim.unwrap_or_else(|| "sub".into());
     let mut claims_to_headers = Vec::new();
@@ -1335,6 +1328,18 @@ mod tests {
             serde_json::json!({"jwt": {"enabled": true, "audience": "a", "jwks": {"keys": []}}, "api_key": {"enabled": false}}),
         ));
         assert_eq!(e.path, "authentication.methods.jwt.issuer");
+        // The contract's form: an empty inline set next to a remote JWKS pins nothing.
+        let remote = serde_json::json!({"cluster": "idp", "path": "/.well-known/jwks.json"});
+        let p = with(auth(serde_json::json!({"jwt": {"enabled": true, "issuer": "i", "audience": "a", "jwks": {"keys": []},
+                                                      "remote_jwks": remote}, "api_key": {"enabled": false}, "mtls": {"enabled": false}})))
+        .unwrap();
+        let j = p.auth.unwrap().jwt.unwrap();
+        assert!(j.inline_jwks.is_none() && j.remote_jwks.is_some());
+        let e = err(auth(
+            serde_json::json!({"jwt": {"enabled": true, "issuer": "i", "audience": "a", "jwks": {"keys": []}},
+                                            "api_key": {"enabled": false}, "mtls": {"enabled": false}}),
+        ));
+        assert_eq!(e.path, "authentication.methods.jwt.jwks");
         let e = err(auth(
             serde_json::json!({"jwt": {"enabled": false}, "mtls": {"enabled": false}, "api_key": {"enabled": true}}),
         ));

@@ -156,6 +156,19 @@ impl Jwks {
         Ok(Jwks { keys })
     }
 
+    /// `self` plus the keys of `other` whose `kid` `self` does not have: the keys of `self`
+    /// (pinned in the config) win over fetched ones with the same `kid`.
+    pub fn with_keys_of(&self, other: &Jwks) -> Jwks {
+        let mut keys = self.keys.clone();
+        for k in &other.keys {
+            let taken = k.kid.as_deref().is_some_and(|kid| self.contains_kid(kid));
+            if !taken {
+                keys.push(k.clone());
+            }
+        }
+        Jwks { keys }
+    }
+
     /// Number of usable keys (at least 1).
     pub fn len(&self) -> usize {
         self.keys.len()
