@@ -2,9 +2,9 @@
 """`make run`: Envoy with the filter (envoy/envoy-local.yaml) in front of the mock
 OpenAI-compatible upstream, with demo credentials made fresh on every start.
 
-Everything lives in run/ (git-ignored): the pepper, the keyset the CLI writes (served by the mock
-at /keyset.json, refreshed by the filter every 5 s), and an RSA key whose JWKS the mock serves at
-/.well-known/jwks.json. Ctrl-C stops both processes.
+Everything lives in run/ (git-ignored): the pepper and the JWT signing key in run/ itself, and in
+run/public/ what the mock serves: the keyset the CLI writes (/keyset.json, refreshed by the filter
+every 5 s) and the JWKS (/.well-known/jwks.json). Ctrl-C stops both processes.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "run"
+PUBLIC = RUN / "public"  # what the mock upstream serves; secrets stay in run/ itself
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 CLI = ROOT / "dist" / "llm-api-guard"
 LISTENER = "http://127.0.0.1:10000"
@@ -40,12 +41,12 @@ def b64url_uint(n: int) -> str:
 
 
 def make_jwt_material() -> str:
-    """Writes run/jwks.json and returns a demo RS256 token valid for 24 hours."""
+    """Writes run/public/jwks.json and returns a demo RS256 token valid for 24 hours."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pub = key.public_key().public_numbers()
     jwks = {"keys": [{"kty": "RSA", "kid": "demo-1", "use": "sig", "alg": "RS256",
                       "n": b64url_uint(pub.n), "e": b64url_uint(pub.e)}]}
-    (RUN / "jwks.json").write_text(json.dumps(jwks, indent=2))
+    (PUBLIC / "jwks.json").write_text(json.dumps(jwks, indent=2))
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     (RUN / "jwt-signing-key.pem").write_bytes(pem)
@@ -72,14 +73,14 @@ def wait_ready(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 
 def main() -> int:
-    RUN.mkdir(exist_ok=True)
+    PUBLIC.mkdir(parents=True, exist_ok=True)
     pepper_file = RUN / "pepper"
     if not pepper_file.exists():
         pepper_file.write_text(secrets.token_urlsafe(32))
         os.chmod(pepper_file, 0o600)
     env = dict(os.environ, LLM_API_GUARD_PEPPER=pepper_file.read_text().strip())
 
-    keyset = RUN / "keyset.json"
+    keyset = PUBLIC / "keyset.json"
     keyset.unlink(missing_ok=True)
     api_key = subprocess.run([str(CLI), "keys", "new", "--user", "demo-user", "--keyset", str(keyset)],
                              env=env, check=True, capture_output=True, text=True).stdout.strip()
@@ -101,7 +102,7 @@ def main() -> int:
     try:
         procs.append(subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "mock_upstream.py"), "--port", str(UPSTREAM_PORT),
-             "--document", f"/keyset.json={keyset}", "--document", f"/.well-known/jwks.json={RUN / 'jwks.json'}"],
+             "--document", f"/keyset.json={keyset}", "--document", f"/.well-known/jwks.json={PUBLIC / 'jwks.json'}"],
             cwd=ROOT))
         log = open(RUN / "envoy.log", "w")
         procs.append(subprocess.Popen(
@@ -116,7 +117,7 @@ llm-api-guard demo is running (Ctrl-C to stop)
   mock upstream  http://127.0.0.1:{UPSTREAM_PORT}          (OpenAI-compatible; serves /keyset.json and the JWKS)
   envoy log      run/envoy.log
 
-demo API key (user demo-user, 24 h; keyset run/keyset.json):
+demo API key (user demo-user, 24 h; keyset run/public/keyset.json):
   {api_key}
 demo JWT (RS256, iss {ISSUER}, aud {AUDIENCE}, sub demo-jwt-user, 24 h):
   {token}
@@ -128,7 +129,7 @@ try:
   curl -s {LISTENER}/v1/models                      # 401: no credential
   curl -s {LISTENER}/healthz                        # health check, exempt from authentication
   LLM_API_GUARD_PEPPER=$(cat run/pepper) dist/llm-api-guard keys revoke --id {api_key[4:16]} \\
-       --reason user_request --keyset run/keyset.json   # refused within 5 s, no restart
+       --reason user_request --keyset run/public/keyset.json   # refused within 5 s, no restart
 """, flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
