@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -864,3 +865,16 @@ def test_body_does_not_release_a_request_waiting_for_the_keyset(gateway_factory,
         assert len(seen) == 1 and seen[0]["headers"]["x-auth-user"] == "keep", seen
     finally:
         doc.stop()
+
+
+def test_concurrent_cli_commands_lose_no_update(tmp_path, cli_path):
+    """The CLI serialises read-modify-write of a keyset with a lock file: 24 concurrent
+    `keys new` leave 24 records, each with its own id."""
+    keyset = tmp_path / "keyset.json"
+    new_key(keyset, "first")  # the file exists, so every writer reads and extends it
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        keys = list(pool.map(lambda i: new_key(keyset, f"user-{i}"), range(24)))
+    records = load_keys(keyset)
+    assert len(records) == 25
+    assert len({r["id"] for r in records}) == 25
+    assert {key_id(k) for k in keys} <= {r["id"] for r in records}

@@ -3,7 +3,8 @@
 //!
 //! Conventions: the only thing ever printed on stdout by `keys new` / `keys rotate` is the new
 //! key; errors are one line on stderr with a non-zero exit status; the keyset file is replaced
-//! atomically (write to a temporary file, then rename) with mode 0600.
+//! atomically (write to a temporary file, then rename) with mode 0600, under an exclusive lock on
+//! `<keyset>.lock` so concurrent commands serialise.
 
 #![forbid(unsafe_code)]
 
@@ -194,6 +195,36 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// An exclusive advisory lock on `<keyset>.lock`, held while a command reads, changes and
+/// replaces the keyset, so two concurrent commands cannot lose each other's update. Released
+/// when dropped (or when the process exits).
+struct KeysetLock {
+    _file: fs::File,
+}
+
+fn lock_keyset(path: &Path) -> Result<KeysetLock, Fail> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            Fail(format!(
+                "cannot open {}: {e}",
+                Path::new(&lock_path).display()
+            ))
+        })?;
+    file.lock().map_err(|e| {
+        Fail(format!(
+            "cannot lock {}: {e}",
+            Path::new(&lock_path).display()
+        ))
+    })?;
+    Ok(KeysetLock { _file: file })
+}
+
 fn load_keyset(path: &Path, must_exist: bool) -> Result<Keyset, Fail> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -272,6 +303,7 @@ fn keys_new(opts: &Opts) -> Result<(), Fail> {
     valid_user(user)?;
     let path = Path::new(opts.required("keyset")?);
     let hours = ttl(opts, &ctx)?;
+    let _lock = lock_keyset(path)?;
     let mut keyset = load_keyset(path, false)?;
     let (id, key) = generate(&keyset)?;
     let t = now();
@@ -309,6 +341,7 @@ fn keys_rotate(opts: &Opts) -> Result<(), Fail> {
     let path = Path::new(opts.required("keyset")?);
     let overlap = opts.number("overlap-hours")?.unwrap_or(24);
     let hours = ttl(opts, &ctx)?;
+    let _lock = lock_keyset(path)?;
     let mut keyset = load_keyset(path, true)?;
     let (new_id, key) = generate(&keyset)?;
     let t = now();
@@ -360,6 +393,7 @@ fn keys_revoke(opts: &Opts) -> Result<(), Fail> {
         ))
     })?;
     let path = Path::new(opts.required("keyset")?);
+    let _lock = lock_keyset(path)?;
     let mut keyset = load_keyset(path, true)?;
     let rec = find(&mut keyset, id)?;
     if rec.revoked {
