@@ -878,3 +878,30 @@ def test_concurrent_cli_commands_lose_no_update(tmp_path, cli_path):
     assert len(records) == 25
     assert len({r["id"] for r in records}) == 25
     assert {key_id(k) for k in keys} <= {r["id"] for r in records}
+
+
+def test_keyset_older_than_max_stale_fails_closed(gateway_factory, remote):
+    """With keyset.max_stale_seconds, a keyset that could not be refreshed for that long is no
+    longer trusted: API keys get 503 until a refresh succeeds again."""
+    gw = gateway_factory(keys_config(keyset=remote_keyset(1, max_stale_seconds=2)))
+    gw.upstream.set_document("/keyset.json", remote.file.read_text())
+    deadline = time.time() + 10
+    while call(gw, remote.keep)[0].status != 200 and time.time() < deadline:
+        time.sleep(0.2)
+    assert call(gw, remote.keep)[0].status == 200
+    gw.upstream.set_document("/keyset.json", "down", status=500)
+    deadline = time.time() + 10
+    statuses = []
+    while time.time() < deadline:
+        statuses.append(call(gw, remote.keep)[0].status)
+        if statuses[-4:] == [503] * 4:
+            break
+        time.sleep(0.3)
+    assert statuses[-4:] == [503] * 4, statuses
+    r = call(gw, remote.keep)[0]
+    assert_openai_error(r, 503, "service_unavailable")
+    gw.upstream.set_document("/keyset.json", remote.file.read_text())
+    deadline = time.time() + 10
+    while call(gw, remote.keep)[0].status != 200 and time.time() < deadline:
+        time.sleep(0.3)
+    assert call(gw, remote.keep)[0].status == 200

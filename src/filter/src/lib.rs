@@ -81,9 +81,43 @@ pub(crate) struct Shared {
     jwks_doc: Option<RemoteDoc>,
     keyset_waiters: Waiters<Waiter>,
     jwks_waiters: Waiters<Waiter>,
+    /// When the remote keyset / JWKS last loaded (milliseconds), for `max_stale_seconds`.
+    keyset_loaded_ms: Option<u64>,
+    jwks_loaded_ms: Option<u64>,
 }
 
 impl Shared {
+    /// The keys and JWKS requests may use now: a remote document older than its
+    /// `max_stale_seconds` is dropped (keys: nothing, so API keys get 503 after one more fetch
+    /// attempt; JWKS: only the pinned inline keys remain).
+    pub fn usable_sources(&self, now_ms: u64) -> (Option<Rc<KeyStore>>, Option<Rc<Jwks>>) {
+        let fresh = |doc: &Option<RemoteDoc>, loaded: Option<u64>| match doc
+            .as_ref()
+            .and_then(|d| d.source.max_stale_seconds)
+        {
+            Some(max) => {
+                loaded.is_some_and(|t| now_ms.saturating_sub(t) <= max.saturating_mul(1000))
+            }
+            None => true,
+        };
+        let keys = if fresh(&self.keyset_doc, self.keyset_loaded_ms) {
+            self.keys.clone()
+        } else {
+            None
+        };
+        let jwks = if fresh(&self.jwks_doc, self.jwks_loaded_ms) {
+            self.jwks.clone()
+        } else {
+            self.policy
+                .auth
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref())
+                .and_then(|j| j.inline_jwks.clone())
+                .map(Rc::new)
+        };
+        (keys, jwks)
+    }
+
     fn doc_mut(&mut self, kind: DocKind) -> Option<&mut RemoteDoc> {
         match kind {
             DocKind::Keyset => self.keyset_doc.as_mut(),
@@ -246,6 +280,7 @@ fn install(sh: &mut Shared, kind: DocKind, body: &[u8]) -> Result<String, String
             let merged = kp.inline.overlay(&remote);
             let n = merged.len();
             sh.keys = Some(Rc::new(merged));
+            sh.keyset_loaded_ms = Some(host::now_ms());
             Ok(format!("{n} keys"))
         }
         DocKind::Jwks => {
@@ -262,6 +297,7 @@ fn install(sh: &mut Shared, kind: DocKind, body: &[u8]) -> Result<String, String
             };
             let n = jwks.len();
             sh.jwks = Some(Rc::new(jwks));
+            sh.jwks_loaded_ms = Some(host::now_ms());
             // Tokens verified with the previous key set must be checked again.
             sh.cache.clear();
             Ok(format!("{n} keys"))
@@ -349,6 +385,8 @@ impl RootContext for Root {
             jwks_doc: jwks_doc.map(mk),
             keyset_waiters: Waiters::new(MAX_WAITERS),
             jwks_waiters: Waiters::new(MAX_WAITERS),
+            keyset_loaded_ms: None,
+            jwks_loaded_ms: None,
             policy: Rc::new(policy),
         };
         self.shared = Some(Rc::new(RefCell::new(shared)));

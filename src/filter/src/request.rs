@@ -282,8 +282,7 @@ impl Request {
             let Ok(mut sh) = shared.try_borrow_mut() else {
                 return Some(self.internal_error());
             };
-            let keys = sh.keys.clone();
-            let jwks = sh.jwks.clone();
+            let (keys, jwks) = sh.usable_sources(host::now_ms());
             let creds = Credentials {
                 api_key: self.api_key.as_deref(),
                 token_header: self.token_header.as_deref(),

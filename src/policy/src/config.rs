@@ -199,6 +199,7 @@ raw!(RawRemote {
     refresh_seconds: u64,
     timeout_ms: u64,
     min_refetch_interval_ms: u64,
+    max_stale_seconds: u64,
 });
 
 raw!(RawAuthentication {
@@ -354,6 +355,9 @@ pub struct RemoteSource {
     pub timeout_ms: u64,
     /// On-demand fetches (an unknown JWT `kid`) start at most this often.
     pub min_refetch_interval_ms: u64,
+    /// When set, a document not refreshed successfully for this long is no longer used (fail
+    /// closed); unset, the last good document stays in force however old it is.
+    pub max_stale_seconds: Option<u64>,
 }
 
 /// API key management (AS-1), compiled.
@@ -754,7 +758,16 @@ fn compile_remote(
             "must be at most 60000",
         ));
     }
+    if let Some(stale) = r.max_stale_seconds {
+        if stale < refresh {
+            return Err(ConfigError::new(
+                format!("{path}.max_stale_seconds"),
+                format!("must be at least refresh_seconds ({refresh})"),
+            ));
+        }
+    }
     Ok(RemoteSource {
+        max_stale_seconds: r.max_stale_seconds,
         authority: r.authority.unwrap_or_else(|| cluster.clone()),
         cluster,
         path: doc,
@@ -1279,6 +1292,11 @@ mod tests {
         assert_eq!(
             err(on(serde_json::json!({"keyset": {"path": "/k.json"}}))).path,
             "api_key_management.keyset.cluster"
+        );
+        let stale = serde_json::json!({"keyset": {"cluster": "k", "path": "/k.json", "refresh_seconds": 30, "max_stale_seconds": 10}});
+        assert_eq!(
+            err(on(stale)).path,
+            "api_key_management.keyset.max_stale_seconds"
         );
         let e = err(on(
             serde_json::json!({"keys": [{"id": "x", "hash": "h", "user": "u", "created_at": "t", "expires_at": "t"}]}),

@@ -162,6 +162,7 @@ mod tests {
             refresh_seconds: 30,
             timeout_ms: 1000,
             min_refetch_interval_ms: 1000,
+            max_stale_seconds: None,
         }
     }
 
