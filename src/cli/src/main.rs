@@ -16,8 +16,8 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use llm_api_guard_policy::apikey::{
-    format_key, is_valid_id, new_record, KeyHasher, KeyRecord, Keyset, RevocationReason,
-    SECRET_BYTES,
+    format_key, is_valid_id, is_valid_user, new_record, KeyHasher, KeyRecord, Keyset,
+    RevocationReason, SECRET_BYTES,
 };
 use llm_api_guard_policy::config::{
     self, ProcessEnvironment, DEFAULT_TTL_HOURS, MAX_TTL_HOURS, MIN_PEPPER_BYTES, PEPPER_ENV,
@@ -289,7 +289,7 @@ fn ttl(opts: &Opts, ctx: &KeyContext) -> Result<u64, Fail> {
 }
 
 fn valid_user(user: &str) -> Result<(), Fail> {
-    if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
+    if !is_valid_user(user) {
         return Err(Fail(
             "--user must be 1 to 256 characters without control characters".into(),
         ));

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     /// keyset has loaded once.
     pub keys: Option<Rc<KeyStore>>,
     pub jwks: Option<Rc<Jwks>>,
+    /// The inline JWKS of the config (pinned keys), shared rather than copied per use.
+    pinned_jwks: Option<Rc<Jwks>>,
     pub cache: TokenCache,
     keyset_doc: Option<RemoteDoc>,
     jwks_doc: Option<RemoteDoc>,
@@ -108,12 +110,7 @@ impl Shared {
         let jwks = if fresh(&self.jwks_doc, self.jwks_loaded_ms) {
             self.jwks.clone()
         } else {
-            self.policy
-                .auth
-                .as_ref()
-                .and_then(|a| a.jwt.as_ref())
-                .and_then(|j| j.inline_jwks.clone())
-                .map(Rc::new)
+            self.pinned_jwks.clone()
         };
         (keys, jwks)
     }
@@ -285,13 +282,7 @@ fn install(sh: &mut Shared, kind: DocKind, body: &[u8]) -> Result<String, String
         }
         DocKind::Jwks => {
             let fetched = Jwks::parse(body).map_err(|e| format!("invalid JWKS: {e}"))?;
-            let pinned = sh
-                .policy
-                .auth
-                .as_ref()
-                .and_then(|a| a.jwt.as_ref())
-                .and_then(|j| j.inline_jwks.as_ref());
-            let jwks = match pinned {
+            let jwks = match sh.pinned_jwks.as_deref() {
                 Some(inline) => inline.with_keys_of(&fetched),
                 None => fetched,
             };
@@ -379,6 +370,7 @@ impl RootContext for Root {
             challenges,
             metrics: Metrics::define(),
             keys,
+            pinned_jwks: jwks.clone(),
             jwks,
             cache: TokenCache::new(cache_entries.max(1), cache_ttl),
             keyset_doc: keyset_doc.map(mk),

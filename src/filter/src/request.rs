@@ -317,10 +317,7 @@ impl Request {
                         .wait_for(kind, fresh, (self.context_id, weak.clone()))
                         .is_err()
                     {
-                        match kind {
-                            DocKind::Keyset => self.finality.keyset = true,
-                            DocKind::Jwks => self.finality.jwks = true,
-                        }
+                        mark_final(&mut self.finality, kind);
                         retry = true;
                     }
                 }
@@ -432,10 +429,7 @@ impl Request {
         if self.replied || !self.auth_pending {
             return;
         }
-        match kind {
-            DocKind::Keyset => self.finality.keyset = true,
-            DocKind::Jwks => self.finality.jwks = true,
-        }
+        mark_final(&mut self.finality, kind);
         if self.evaluate(weak).is_some() || self.auth_pending {
             return;
         }
@@ -457,5 +451,13 @@ impl Request {
             let _ = host::add_response_header("sunset", &format_http_date(expires_at));
         }
         Action::Continue
+    }
+}
+
+/// From now on a missing `kind` document decides the request instead of making it wait.
+fn mark_final(finality: &mut Finality, kind: DocKind) {
+    match kind {
+        DocKind::Keyset => finality.keyset = true,
+        DocKind::Jwks => finality.jwks = true,
     }
 }

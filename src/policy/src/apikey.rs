@@ -114,6 +114,11 @@ pub fn parse_key(key: &str) -> Option<&str> {
     (checksum(body) == check).then_some(id)
 }
 
+/// True for a usable `user`: 1 to 256 bytes, no control characters (it becomes `x-auth-user`).
+pub fn is_valid_user(user: &str) -> bool {
+    !user.is_empty() && user.len() <= 256 && !user.chars().any(char::is_control)
+}
+
 /// True for strings that look like a key id (used to validate records).
 pub fn is_valid_id(id: &str) -> bool {
     id.len() == ID_LEN && id.bytes().all(|c| B32.contains(&c))
@@ -384,7 +389,7 @@ impl KeyStore {
                 ));
             }
             let digest = hasher.parse_stored(&r.hash).map_err(|m| err("hash", m))?;
-            if r.user.is_empty() || r.user.len() > 256 || r.user.chars().any(char::is_control) {
+            if !is_valid_user(&r.user) {
                 return Err(err(
                     "user",
                     "must be 1 to 256 characters, no control characters".into(),
